@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -89,17 +90,46 @@ class Compressor(ABC):
         return f"{type(self).__name__}({fields})"
 
 
-class Identity(Compressor):
-    """Send everything. Bits per block of m entries: 32·m."""
+class Sparsifier(Compressor):
+    """A compressor that sends a subset of each row's entries, each as one float32 value, plus their positions.
+
+    Bits per row and block: s·(32 + b) for s sent entries, where b = :meth:`position_bits` locates
+    one entry (⌈log₂ m⌉ by default). :class:`~efmom.compressors.compose.Compose` needs the mask of
+    sent entries, so a sparsifier implements :meth:`sparsify_block` instead of
+    :meth:`compress_block`.
+    """
+
+    def position_bits(self, size: int) -> int:
+        """Return the bits that locate one sent entry in a block of ``size`` entries."""
+        return index_bits(size)
+
+    @abstractmethod
+    def sparsify_block(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Sparsify each row of a ``[n_workers, m]`` block and return the message and a bool mask of the sent entries.
+
+        The mask may mark an entry whose value is zero (Top-K on a row with few non-zeros still sends
+        k entries), so count sent entries from the mask, not from the message.
+        """
+
+    def compress_block(self, x, generator):
+        message, sent = self.sparsify_block(x, generator)
+        entry_bits = self.value_bits + self.position_bits(x.shape[-1])
+        return message, sent.sum(dim=-1, dtype=torch.float64) * entry_bits
+
+
+class Identity(Sparsifier):
+    """Send everything. Bits per block of m entries: 32·m (positions are implicit)."""
 
     name = "identity"
 
-    def compress_block(self, x, generator):
-        bits = torch.full((x.shape[0],), float(self.value_bits * x.shape[-1]), dtype=torch.float64, device=x.device)
-        return x.clone(), bits
+    def position_bits(self, size):
+        return 0
+
+    def sparsify_block(self, x, generator):
+        return x.clone(), torch.ones_like(x, dtype=torch.bool)
 
 
-class TopK(Compressor):
+class TopK(Sparsifier):
     """Keep the k = max(1, ⌊topk·m⌋) largest-magnitude entries of each block of m entries.
 
     Contractive with α = k/m: ‖C(x) − x‖² ≤ (1 − k/m)‖x‖². Bits per block: k·(32 + ⌈log₂ m⌉),
@@ -116,12 +146,28 @@ class TopK(Compressor):
         """Number of entries kept in a block of ``size`` entries."""
         return min(size, max(1, math.floor(self.topk * size)))
 
-    def compress_block(self, x, generator):
-        size = x.shape[-1]
-        k = self.kept(size)
-        bits = torch.full((x.shape[0],), float(k * (self.value_bits + index_bits(size))), dtype=torch.float64, device=x.device)
-        if k == size:
-            return x.clone(), bits
+    def sparsify_block(self, x, generator):
+        k = self.kept(x.shape[-1])
+        if k == x.shape[-1]:
+            return x.clone(), torch.ones_like(x, dtype=torch.bool)
+
         indices = torch.topk(x.abs(), k, dim=-1, sorted=False).indices
         message = torch.zeros_like(x).scatter_(-1, indices, x.gather(-1, indices))
-        return message, bits
+        sent = torch.zeros_like(x, dtype=torch.bool).scatter_(-1, indices, True)
+        return message, sent
+
+
+def build_compressor(name: str, **options) -> Compressor:
+    """Create the compressor registered under ``name`` with the given options.
+
+    Raises ``ValueError`` for an unknown name or an option the compressor does not take.
+    """
+    if name not in COMPRESSORS:
+        raise ValueError(f"unknown compressor {name!r}; choose one of {sorted(COMPRESSORS)}")
+
+    cls = COMPRESSORS[name]
+    accepted = [key for key in inspect.signature(cls.__init__).parameters if key != "self"]
+    for key in options:
+        if key not in accepted:
+            raise ValueError(f"compressor.{key} is not an option of {name!r}, which takes {accepted}")
+    return cls(**options)
