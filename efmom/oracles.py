@@ -122,3 +122,14 @@ class LoopOracle:
 
         correction = torch.stack(corrections) if corrections else None
         return OracleAnswer(torch.stack(gradients), torch.stack(losses), correction)
+
+
+#: Oracle classes by the name train.py's ``oracle`` option takes.
+ORACLES: dict[str, type] = {"loop": LoopOracle}
+
+
+def build_oracle(name: str, model: nn.Module, layout: Layout, loss_fn: LossFunction = F.cross_entropy):
+    """Create the oracle registered under ``name`` for ``model``."""
+    if name not in ORACLES:
+        raise ValueError(f"oracle must be one of {sorted(ORACLES)}, got {name!r}")
+    return ORACLES[name](model, layout, loss_fn)

@@ -18,7 +18,7 @@ class WorkerBatches:
     Every step yields ``(inputs [n_workers, B, C, H, W], targets [n_workers, B])`` on ``device``,
     with the same B for every worker. The dataset stays on the CPU and only each step's batch is
     moved. Each worker's order in epoch e comes from a generator seeded by ``(seed, e, worker)``,
-    so a run resumed at epoch e sees the same batches as an uninterrupted one.
+    so a run resumed at epoch e gets the same batches as an uninterrupted one.
 
     - Equal shards (the ``paper`` and ``iid`` splits): each worker reshuffles its whole shard every
       epoch and walks through it, so an epoch has ⌈shard size / B⌉ steps, sees every index exactly
@@ -44,8 +44,11 @@ class WorkerBatches:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
-        if not split.worker_indices or any(len(shard) == 0 for shard in split.worker_indices):
-            raise ValueError("every worker needs a non-empty shard")
+        if not split.worker_indices:
+            raise ValueError("the split has no workers")
+        empty = [worker for worker, shard in enumerate(split.worker_indices) if len(shard) == 0]
+        if empty:
+            raise ValueError(f"every worker needs a non-empty shard, but workers {empty} have none")
 
         self.inputs = inputs
         self.targets = targets
@@ -57,7 +60,7 @@ class WorkerBatches:
         self.equal_shards = len({len(shard) for shard in self.shards}) == 1
 
     def __len__(self) -> int:
-        """Steps per epoch."""
+        """Return the number of steps per epoch."""
         sizes = [len(shard) for shard in self.shards]
         if self.equal_shards:
             return math.ceil(sizes[0] / self.batch_size)

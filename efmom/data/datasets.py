@@ -60,7 +60,7 @@ _DOWNLOAD_ERRORS = (OSError, RuntimeError, ValueError, EOFError, tarfile.TarErro
 
 
 class DatasetError(RuntimeError):
-    """A dataset is missing, failed to download or has an unreadable file; the message says how to fix it."""
+    """A dataset is missing, failed to download or has an unreadable file. The message gives the fix."""
 
 
 @dataclass
@@ -119,10 +119,10 @@ _CIFAR_LAYOUTS = {
 
 @dataclass(frozen=True)
 class _Source:
-    """Where a downloadable dataset lives under ``root`` and how to fetch it."""
+    """Location of a downloadable dataset under ``root`` and the function that downloads it."""
 
     title: str  # as people write it, e.g. "CIFAR-10"
-    folder: str  # the folder under root that holds the files
+    folder: str  # folder under root that contains the files
     files: tuple[str, ...]  # every file the loader reads, relative to ``folder``
     copy_hint: str  # what to copy where when there is no network, with {root} for the root
     download: Callable[[Path], object]  # fetches the files into root
@@ -345,7 +345,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     expected = int(np.prod(shape))
     if len(data) - header_size != expected:
         body_size = len(data) - header_size
-        raise ValueError(f"header declares shape {list(shape)} ({expected} bytes), file holds {body_size}")
+        raise ValueError(f"header declares shape {list(shape)} ({expected} bytes), file contains {body_size}")
     return np.frombuffer(bytearray(data), dtype=np.uint8, offset=header_size).reshape(shape)
 
 

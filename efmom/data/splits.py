@@ -6,7 +6,7 @@ Schemes (``dataset.split``):
   out ``val_fraction`` of the training set for validation. Of the remaining m indices, in shuffled
   order, the first n·a with a = ⌊m/(2n)⌋ are dealt i.i.d. to the n workers (a each), and every
   later index goes to worker ``label mod n``. Every shard is then cut to the shortest shard's
-  length, dropping the tail of the class-determined part, so each shard holds a i.i.d. indices
+  length, dropping the tail of the class-determined part, so each shard contains a i.i.d. indices
   followed by at most a indices of its own classes. When n exceeds the number of classes, some
   workers get no class-determined indices and every shard is cut to its i.i.d. part.
 - ``iid``: after the same hold-out, equal shards of a seeded shuffle (the remainder is dropped).
@@ -148,7 +148,7 @@ def _dirichlet_shards(
     """Cut each class's indices over the workers in Dirichlet(alpha) proportions.
 
     A worker left empty by the draw takes one index from the currently largest shard, so every worker
-    holds at least one index (possible because ``len(rest) >= n_workers`` was checked).
+    has at least one index (possible because ``len(rest) >= n_workers`` was checked).
     """
     rest_targets = targets[rest]
     if len(rest_targets) and int(rest_targets.max()) >= num_classes:

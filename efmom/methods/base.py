@@ -74,8 +74,9 @@ class Method(ABC):
 
     Subclasses set ``name`` (the config name, which registers the class), ``label`` (as plots
     write it), ``backprops_per_step`` (the nominal cost that ``cum_bp_eq_total`` counts),
-    ``normalized`` (master step D(g) = g/‖g‖) and ``accumulates`` (the master adds the averaged
-    message to its estimate, as in EF21, instead of replacing it).
+    ``normalized`` (master step D(g) = g/‖g‖), ``accumulates`` (the master adds the averaged
+    message to its estimate, as in EF21, instead of replacing it) and ``uses_eta`` (False where
+    the rule has no η, so records leave η out as the released EF21 record does).
 
     Args:
         lr: initial stepsize γ₀ (> 0).
@@ -93,6 +94,7 @@ class Method(ABC):
     backprops_per_step: ClassVar[int] = 1
     normalized: ClassVar[bool] = False
     accumulates: ClassVar[bool] = True
+    uses_eta: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -131,7 +133,10 @@ class Method(ABC):
         """Update ``state`` in place from the oracle's answer and return the compressed messages."""
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(lr={self.lr}, eta={self.eta}, normalize={self.normalize!r})"
+        return (
+            f"{type(self).__name__}(lr={self.lr.initial}, eta={self.eta.initial}, p={self.lr.power}, "
+            f"q={self.eta.power}, normalize={self.normalize!r}, schedule_unit={self.lr.unit!r})"
+        )
 
 
 def uncompressed(message: Tensor) -> Compressed:

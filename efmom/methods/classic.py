@@ -27,6 +27,7 @@ class SGD(Method):
     name = "sgd"
     label = "SGD"
     accumulates = False
+    uses_eta = False
 
     def step(self, state, answer, eta, compress):
         return uncompressed(answer.gradient)
@@ -72,6 +73,7 @@ class EF21(EF21Family):
 
     name = "ef21"
     label = "EF21"
+    uses_eta = False
 
     def step(self, state, answer, eta, compress):
         return self.send_difference(state, answer.gradient, compress)
