@@ -637,6 +637,15 @@ def test_batches_reject_invalid_batch_size():
         WorkerBatches(inputs, targets, equal_split(2, 10), batch_size=0, seed=0)
 
 
+def test_batches_reject_empty_shard():
+    inputs, targets = indexed_data(30)
+    shards = [torch.arange(10), torch.empty(0, dtype=torch.long)]
+    split = WorkerSplit(worker_indices=shards, val_indices=torch.arange(10, 30))
+
+    with pytest.raises(ValueError, match=r"workers \[1\] have none"):
+        WorkerBatches(inputs, targets, split, batch_size=4, seed=0)
+
+
 def test_iterate_batches_in_order():
     inputs, targets = indexed_data(25)
 
