@@ -73,7 +73,7 @@ def split_workers(
     if len(rest) < n_workers:
         raise ValueError(
             f"{len(rest)} training indices remain after the validation hold-out, fewer than "
-            f"n_workers={n_workers}; use fewer workers or a smaller val_fraction"
+            f"n_workers={n_workers}; use fewer workers or a smaller dataset.val_fraction"
         )
 
     if scheme == "paper":
