@@ -27,7 +27,7 @@ from efmom.config import register_configs
 from efmom.data import DatasetError, load_dataset, split_workers
 from efmom.records import record_stem
 from efmom.runner import RunCompleted, RunFolder, execute
-from efmom.trainer import RunSettings, Trainer
+from efmom.trainer import NonFiniteError, RunSettings, Trainer
 
 log = logging.getLogger("train")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -109,8 +109,9 @@ def main(cfg: DictConfig) -> float | None:
     except RunCompleted as done:
         log.info("%s", done)
         return None
-    except (ValueError, DatasetError, InstantiationException) as error:
-        # Configuration and data problems: one clear line instead of a stack trace in a single run.
+    except (ValueError, DatasetError, InstantiationException, NonFiniteError) as error:
+        # Configuration, data and divergence problems: one clear line instead of a stack trace in a
+        # single run (the run folder keeps traceback.txt).
         # A multirun re-raises, so the launcher reports the failed job and the others go on.
         log.error("%s", error)
         if HydraConfig.get().mode == RunMode.RUN:

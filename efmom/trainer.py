@@ -146,11 +146,13 @@ class Trainer:
     def _check_finite(self, loss: Tensor, epoch: int, step: int) -> None:
         if bool(torch.isfinite(loss).all() & torch.isfinite(self.x).all()):
             return
+        where = f"epoch {epoch + 1}, step {step + 1}"
+        names = [name for name, value in self.layout.unflatten(self.x).items() if not bool(torch.isfinite(value).all())]
+        parameters = f"non-finite parameters: {', '.join(names)}" if names else "all parameters finite"
         if not bool(torch.isfinite(loss).all()):
             workers = torch.nonzero(~torch.isfinite(loss)).flatten().tolist()
-            raise NonFiniteError(f"non-finite training loss at epoch {epoch + 1}, step {step + 1}, workers {workers}")
-        names = [name for name, value in self.layout.unflatten(self.x).items() if not bool(torch.isfinite(value).all())]
-        raise NonFiniteError(f"non-finite parameters at epoch {epoch + 1}, step {step + 1}: {', '.join(names)}")
+            raise NonFiniteError(f"non-finite training loss at {where} on workers {workers} ({parameters})")
+        raise NonFiniteError(f"non-finite parameters at {where}: {', '.join(names)}")
 
     def _start(self) -> None:
         method = self.method

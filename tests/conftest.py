@@ -14,3 +14,11 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"reference data folder {SHARED} is absent (it ships only with the development checkout)")
     return SHARED
+
+
+def pytest_configure(config):
+    # The test models are tiny: one thread avoids OpenMP's start-up cost and the slowdown when
+    # other processes share the cores.
+    import torch
+
+    torch.set_num_threads(1)
