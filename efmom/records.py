@@ -57,8 +57,9 @@ RELEASED_KEYS = (
 #:     Bits sent by one worker, cumulative, averaged over workers; 0 at epoch 0. The uncompressed first
 #:     message of the EF21 family is sent in the first round, so it counts towards epoch 1.
 #: ``grad_norm``
-#:     Euclidean norm of the master's averaged message gᵗ in the last round of the epoch, before any
-#:     normalisation; NaN at epoch 0, because no round has run yet.
+#:     Euclidean norm of the master's estimate gᵗ (the running average of the messages), before any
+#:     normalisation, averaged over the epoch's rounds. Like ``gpu_seconds`` it has one value per
+#:     trained epoch and none for epoch 0, because no round has run before training.
 EXTRA_KEYS = ("cum_bits_total", "grad_norm")
 
 #: Values allowed for ``info["status"]``.

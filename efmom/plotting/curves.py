@@ -28,6 +28,8 @@ BANDS = ("minmax", "std", "none")
 
 #: Fields left out of the grouping key by default: runs that differ only in these are one curve.
 DEFAULT_IGNORED_FIELDS = ("seed", "status", "error")
+#: Metrics with one value per trained epoch and none for epoch 0.
+PER_TRAINED_EPOCH = ("gpu_seconds", "grad_norm")
 
 
 def check_x_axis(x_axis: str) -> str:
@@ -133,6 +135,9 @@ def _aligned_series(records: Sequence[Record], metric: str, x_axis: str) -> tupl
             log.warning("skipping %s: it has no %r series", record.path, metric)
             continue
         y = np.asarray(y, dtype=float)
+        if metric in PER_TRAINED_EPOCH and len(y) == len(x) - 1:
+            # One value per trained epoch: epoch 0 (before training) has none.
+            y = np.concatenate(([np.nan], y))
         if len(x) != len(y):
             log.warning(
                 "%s: %r has %d values but the %s axis has %d; plotting the first %d",
