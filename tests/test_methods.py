@@ -147,3 +147,15 @@ def test_backprop_costs_match_table():
         "sgd": 1, "ef14": 1, "ef21": 1, "econtrol": 1, "ef21_sgdm": 1, "ef21_sgdm_norm": 1,
         "ef21_igt_norm": 1, "ef21_mvr_norm": 2, "ef21_hm_norm": 2, "ef21_rhm_norm": 3,
     }
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [("ef21_igt_norm", "EXTRAPOLATED_GRADIENT"), ("ef21_mvr_norm", "GRADIENT_DIFFERENCE"),
+     ("ef21_hm_norm", "HESSIAN_VECTOR"), ("ef21_rhm_norm", "RANDOM_HESSIAN_VECTOR")],
+)
+def test_eta_one_skips_extra_work(name, kind):
+    method = build_method(name, lr=0.1, eta=0.5)
+    assert method.request(0.5).kind.name == kind
+    assert method.request(1.0).kind.name == "GRADIENT"
+    assert method.request(0.5).kind.backprops == METHODS[name].backprops_per_step

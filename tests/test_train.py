@@ -39,7 +39,7 @@ def compose_config(overrides: list[str]):
 
 def run_train(run_dir: Path, *overrides: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
     """Run train.py in a subprocess with its run folder at ``run_dir``."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(REPO / "train.py"), *overrides, f"hydra.run.dir={run_dir}"]
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
