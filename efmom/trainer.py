@@ -1,6 +1,6 @@
 """The training run: rounds over every epoch, per-epoch evaluation and the metric series.
 
-The trainer knows neither Hydra nor files: it hands each epoch's metrics to a callback, which
+The trainer uses neither Hydra nor files. It hands each epoch's metrics to a callback, which
 train.py uses to write records and checkpoints.
 """
 
@@ -59,11 +59,12 @@ class RunSettings:
 class Trainer:
     """Runs one experiment: n workers on their shards, the method, the compressor and the master.
 
-    Metric series (one value per epoch, epoch 0 before training): ``epoch, lr, eta, train_loss,
-    val_loss, val_acc, test_loss, test_acc, cum_bp_eq_total, cum_ex_bp_total, cum_bits_total,
-    wall_seconds``; one value per trained epoch: ``gpu_seconds`` (the epoch's training time, from
-    CUDA events on a GPU and the wall clock on a CPU) and ``grad_norm`` (the mean over the epoch's
-    rounds of ‖g^t‖, the master's estimate). ``eta`` is left out for methods without η.
+    These metric series have one value per epoch, epoch 0 being before training: ``epoch, lr,
+    eta, train_loss, val_loss, val_acc, test_loss, test_acc, cum_bp_eq_total, cum_ex_bp_total,
+    cum_bits_total, wall_seconds``. Two have one value per trained epoch: ``gpu_seconds`` (the
+    epoch's training time, from CUDA events on a GPU and the wall clock on a CPU) and ``grad_norm``
+    (the mean over the epoch's rounds of ‖g^t‖, the master's estimate). ``eta`` is left out for
+    methods without η.
     Epoch 0's train loss is the mean loss over every worker's shard at x⁰ in eval mode; later
     epochs report the mean of the minibatch losses seen (at z for IGT).
     """
