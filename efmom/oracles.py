@@ -124,7 +124,8 @@ class LoopOracle:
         return OracleAnswer(torch.stack(gradients), torch.stack(losses), correction)
 
 
-#: Oracle classes by the name train.py's ``oracle`` option takes.
+#: Oracle classes by the name train.py's ``oracle`` option takes; ``batched`` is added by
+#: :mod:`efmom.oracles_batched`, imported at the end of this module.
 ORACLES: dict[str, type] = {"loop": LoopOracle}
 
 
@@ -133,3 +134,7 @@ def build_oracle(name: str, model: nn.Module, layout: Layout, loss_fn: LossFunct
     if name not in ORACLES:
         raise ValueError(f"oracle must be one of {sorted(ORACLES)}, got {name!r}")
     return ORACLES[name](model, layout, loss_fn)
+
+
+# Registers "batched" in ORACLES; at the end because that module imports LoopOracle from here.
+import efmom.oracles_batched  # noqa: E402, F401
