@@ -226,3 +226,14 @@ def test_completed_run_not_overwritten(tmp_path):
     result = run_train(tmp_path, "experiment=quickstart", *SHRINK)
     assert "already completed" in result.stdout + result.stderr
     assert path.read_bytes() == before
+
+
+def test_batched_oracle_matches_loop_through_train(tmp_path):
+    records = {}
+    for oracle in ("loop", "batched"):
+        run_train(tmp_path / oracle, "experiment=quickstart", "method=ef21_hm_norm", "method.eta=0.5", "dtype=float64",
+                  f"oracle={oracle}", *SHRINK, "epochs=2")
+        records[oracle] = only_record(tmp_path / oracle)
+    for key, values in records["loop"].metrics.items():
+        if key not in TIMINGS:
+            assert records["batched"].metrics[key] == pytest.approx(values, rel=1e-9, abs=1e-12), key
