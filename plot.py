@@ -3,6 +3,7 @@
     python plot.py                                   # every run under ./_release_data, x-axis = epoch
     python plot.py runs=outputs x_axis=time truncate=true
     python plot.py 'runs=[a/*.json,b]' metrics=[test_acc] band=std target_acc=75
+    python plot.py runs=multirun/lr_grid             # a sweep folder; adds sensitivity.png for an lr_grid
 
 Figures (PNG and PDF) and summary.md go to Hydra's output directory unless ``out_dir`` is set.
 Every option is described in conf/plot.yaml.
@@ -21,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from efmom.plotting import format_summary, load_records, plot_records, summarize
+from efmom.plotting import format_summary, has_lr_grid, load_records, plot_records, save_sensitivity, summarize
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class PlotConfig:
     formats: list[str] = field(default_factory=lambda: ["png", "pdf"])
     dpi: int = 150
     out_dir: str | None = None
+    sensitivity: bool = True
 
 
 ConfigStore.instance().store(name="plot_schema", node=PlotConfig)
@@ -78,6 +80,13 @@ def run(cfg: DictConfig) -> Path:
         formats=list(cfg.formats),
         dpi=cfg.dpi,
     )
+
+    if cfg.sensitivity and has_lr_grid(records):
+        log.info("the records span several lr_scale values: drawing the sensitivity figure")
+        save_sensitivity(
+            records, out_dir, formats=list(cfg.formats), dpi=cfg.dpi, styles=styles,
+            log_metrics=list(cfg.log_y), ignored=list(cfg.group_ignore),
+        )
 
     table = format_summary(summarize(records, cfg.target_acc, list(cfg.group_ignore)), cfg.target_acc)
     (out_dir / "summary.md").write_text(table, encoding="utf-8")

@@ -12,6 +12,7 @@ the Hydra run folder (outputs/<date>/<time>_<method> by default).
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from efmom.config import register_configs
 from efmom.data import DatasetError, load_dataset, split_workers
 from efmom.records import record_stem
-from efmom.runner import RunCompleted, RunFolder, execute
+from efmom.runner import RunCompleted, RunFolder, execute, write_traceback
 from efmom.trainer import NonFiniteError, RunSettings, Trainer
 
 log = logging.getLogger("train")
@@ -46,12 +47,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def initial_lr(cfg: DictConfig) -> float:
+    """Return γ₀ = method.lr × lr_scale; raise ValueError naming lr_scale unless it is a finite number > 0."""
+    scale = cfg.lr_scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"lr_scale must be a finite number > 0, got {scale!r}")
+    lr = cfg.method.lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        return lr  # left as given, so that the method's own check rejects it naming method.lr
+    return lr * scale
+
+
 def describe(cfg: DictConfig, method, compressor) -> tuple[str, dict]:
     """Return the record's file stem and the fields that describe the run's setting."""
     model = cfg.model._target_.rsplit(".", 1)[-1]
     ratio = getattr(compressor, "topk", getattr(compressor, "ratio", None))
     eta = cfg.method.eta if method.uses_eta else None
-    stem = record_stem(model, cfg.dataset.name, method.name, compressor.name, ratio, cfg.method.lr, eta, cfg.method.p, cfg.method.q)
+    stem = record_stem(model, cfg.dataset.name, method.name, compressor.name, ratio, initial_lr(cfg), eta, cfg.method.p, cfg.method.q)
     info = {
         "method": method.name,
         "model": model,
@@ -74,7 +86,7 @@ def train(cfg: DictConfig) -> float:
         epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, val_batch_size=cfg.val_batch_size,
         test_batch_size=cfg.test_batch_size, max_steps_per_epoch=cfg.max_steps_per_epoch, progress=cfg.progress,
     )
-    method = instantiate(cfg.method)
+    method = instantiate(cfg.method, lr=initial_lr(cfg))
     compressor = instantiate(cfg.compressor)
     logger = instantiate(cfg.logger)
     log.info("method %r, compressor %r, %d workers, device %s", method, compressor, cfg.n_workers, device)
@@ -114,6 +126,7 @@ def main(cfg: DictConfig) -> float | None:
         # single run (the run folder keeps traceback.txt).
         # A multirun re-raises, so the launcher reports the failed job and the others go on.
         log.error("%s", error)
+        write_traceback(Path(HydraConfig.get().runtime.output_dir), error)
         if HydraConfig.get().mode == RunMode.RUN:
             sys.exit(1)
         raise

@@ -116,6 +116,7 @@ class TrainSchema:
     compressor: Any = MISSING
     logger: Any = MISSING
     sweep: Any = None
+    lr_scale: Any = 1.0  # multiplier on method.lr: the run uses γ₀ = method.lr × lr_scale (sweep=lr_grid varies it)
     n_workers: int = 10
     batch_size: int = 64  # per worker
     epochs: int = 90
