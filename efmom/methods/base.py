@@ -1,4 +1,4 @@
-"""What every method shares: gradient requests, the method interface and the master.
+"""Shared parts of every method: gradient requests, the method interface and the master.
 
 A method is a pure rule over stacked tensors. Worker state is a dict of ``[n_workers, d]`` tensors
 (one row per worker, over the flat parameter vector); the master keeps its own estimate. Neither
@@ -29,7 +29,7 @@ Compress = Callable[[Tensor], Compressed]
 
 
 class RequestKind(enum.Enum):
-    """What a worker needs from its loss on this round's minibatch ξ."""
+    """Kind of evaluation a worker needs from its loss on this round's minibatch ξ."""
 
     GRADIENT = "gradient"  # ∇fᵢ(x^t; ξ)
     EXTRAPOLATED_GRADIENT = "extrapolated_gradient"  # ∇fᵢ(z; ξ) only, z = x^t + c·(x^t − x^{t−1})
@@ -84,7 +84,8 @@ class Method(ABC):
         p: stepsize decay exponent, γ_e = γ₀/(e+1)^p; ``None`` is constant.
         q: momentum decay exponent, η_e = η₀·(2/(e+2))^q; ``None`` is constant.
         normalize: ``layer`` divides each parameter tensor of the averaged message by its own norm
-            (released code); ``global`` divides the whole message by its norm (the paper's equation).
+            (released code); ``global`` divides the whole message by its norm (the equation of Sadiev
+            et al. 2025, arXiv:2511.14501).
             Ignored by methods that are not normalised.
         schedule_unit: ``epoch`` (released code) or ``step`` (the paper's theory) as the schedule index.
     """
@@ -130,7 +131,7 @@ class Method(ABC):
 
     @abstractmethod
     def step(self, state: dict[str, Tensor], answer: OracleAnswer, eta: float, compress: Compress) -> Compressed:
-        """Update ``state`` in place from the oracle's answer and return the compressed messages."""
+        """Update ``state`` in place from the oracle's reply and return the compressed messages."""
 
     def __repr__(self) -> str:
         return (
