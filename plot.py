@@ -12,6 +12,7 @@ Every option is described in conf/plot.yaml.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ class PlotConfig:
     truncate: bool = False
     band: str = "minmax"
     log_y: list[str] = field(default_factory=lambda: ["train_loss", "test_loss", "val_loss"])
-    group_ignore: list[str] = field(default_factory=lambda: ["seed", "status", "error"])
+    group_ignore: list[str] = field(default_factory=lambda: ["seed", "status", "error", "sweep"])
     styles: dict[str, Any] = field(default_factory=dict)
     target_acc: float = 80.0
     formats: list[str] = field(default_factory=lambda: ["png", "pdf"])
@@ -97,7 +98,12 @@ def run(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="plot")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    except (ValueError, FileNotFoundError) as error:
+        # Bad options, missing folders and unreadable inputs: one clear line instead of a stack trace.
+        log.error("%s", error)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

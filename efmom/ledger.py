@@ -1,4 +1,4 @@
-"""The cost ledger: what a run has spent, in the units the paper plots."""
+"""The cost ledger: what a run has spent, in the units of the released records and their figures."""
 
 from __future__ import annotations
 

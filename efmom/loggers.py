@@ -1,7 +1,7 @@
 """Metric sinks for experiment trackers: Weights & Biases (offline by default) or none.
 
-A logger receives each epoch's metrics as a flat dict and is finished exactly once, with the run's
-status, also when the run fails.
+A logger receives each epoch's metrics as a flat dict. ``efmom.runner.execute`` finishes it once
+with the run's status, also when the run fails.
 """
 
 from __future__ import annotations

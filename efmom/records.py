@@ -259,12 +259,24 @@ def _encode_nonfinite(value: Any) -> Any:
     return value
 
 
+def default_file_mode() -> int:
+    """Return the permissions a plainly created file gets: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _write_atomic(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write through a temporary file in the same directory, then rename it over ``path``."""
+    """Write through a temporary file in the same directory, then rename it over ``path``.
+
+    The temporary file is created private (0600), so it is given the ordinary permissions before the
+    rename; otherwise records on a shared file system would be unreadable to colleagues.
+    """
     handle = tempfile.NamedTemporaryFile(
         mode="wb", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
     )
     try:
+        os.chmod(handle.name, default_file_mode())
         with handle:
             write(handle)
             handle.flush()

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from efmom.records import RecordError, read_record, write_record
+from efmom.records import RecordError, default_file_mode, read_record, write_record
 from efmom.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class RunFolder:
         handle, temporary = tempfile.mkstemp(dir=self.path, prefix=".checkpoint-", suffix=".tmp")
         os.close(handle)
         try:
+            os.chmod(temporary, default_file_mode())
             torch.save(state, temporary)
             os.replace(temporary, self.checkpoint_path)
         except BaseException:
@@ -142,7 +143,18 @@ def set_global_rng_states(states: dict[str, Any]) -> None:
 
 
 def write_traceback(path: Path, error: BaseException) -> None:
-    """Write the traceback of ``error`` to ``<path>/traceback.txt``, creating the folder when needed."""
+    """Write the traceback of ``error`` to ``<path>/traceback.txt``, creating the folder when needed.
+
+    A folder whose record is completed gets no traceback, so that it never looks like a failed run
+    (this happens when a finished run is started again with another config and rejected).
+    """
+    for record_path in path.glob("*.json"):
+        try:
+            if read_record(record_path).status == "completed":
+                log.warning("not writing a traceback into %s, which holds a completed record", path)
+                return
+        except RecordError:
+            continue
     path.mkdir(parents=True, exist_ok=True)
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     (path / TRACEBACK).write_text(text, encoding="utf-8")

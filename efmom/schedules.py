@@ -1,7 +1,7 @@
 """Parameter-agnostic stepsize and momentum schedules.
 
 γ_e = γ₀ / (e+1)^p and η_e = η₀ · (2/(e+2))^q, where e is the 0-based epoch (``unit='epoch'``, the
-released behaviour) or the 0-based iteration t (``unit='step'``, the index the paper's theory uses).
+released behaviour) or the 0-based iteration t (``unit='step'``, the index of the convergence theory of Sadiev et al. 2025, arXiv:2511.14501).
 An exponent of ``None`` keeps the value constant.
 """
 

@@ -38,8 +38,8 @@ class Simulation:
     """n simulated workers and a master sharing the flat parameter vector ``x``.
 
     ``x`` is updated in place: x^{t+1} = x^t − γ_t·D(g^t), so a model whose parameters are views
-    of ``x`` (see :func:`efmom.layout.bind_flat_parameters`) moves with it. Round 0 asks every
-    method for a plain gradient (x^{−1} = x⁰) and calls its ``first_round``.
+    of ``x`` (see :func:`efmom.layout.bind_flat_parameters`) moves with it. Round 0 requests a plain
+    gradient for every method (x^{−1} = x⁰) and calls its ``first_round``.
     """
 
     def __init__(

@@ -502,9 +502,9 @@ def test_split_same_seed_same_result(scheme):
     [
         ({"n_workers": 0}, "n_workers"),
         ({"n_workers": 2.5}, "n_workers"),
-        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"val_fraction": 1.0}, r"dataset.val_fraction must be in \[0, 1\), got 1.0"),
         ({"val_fraction": -0.1}, "val_fraction"),
-        ({"alpha": 0.0}, "alpha"),
+        ({"alpha": 0.0}, r"dataset.alpha \(the Dirichlet concentration\) must be > 0, got 0.0"),
         ({"scheme": "shards"}, "dataset.split"),
     ],
 )

@@ -237,3 +237,23 @@ def test_batched_oracle_matches_loop_through_train(tmp_path):
     for key, values in records["loop"].metrics.items():
         if key not in TIMINGS:
             assert records["batched"].metrics[key] == pytest.approx(values, rel=1e-9, abs=1e-12), key
+
+
+def test_rerun_with_other_config_rejected(tmp_path):
+    run_train(tmp_path, "experiment=quickstart", *SHRINK)
+    path = next(tmp_path.glob("*.json"))
+    before = path.read_bytes()
+    result = run_train(tmp_path, "experiment=quickstart", *SHRINK, "epochs=2", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "belongs to a run with another config (epochs: 1 -> 2)" in output
+    assert path.read_bytes() == before
+    assert not (tmp_path / "traceback.txt").exists()
+
+
+def test_record_files_readable_by_others(tmp_path):
+    run_train(tmp_path, "experiment=quickstart", *SHRINK)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in list(tmp_path.glob("*.json")) + list(tmp_path.glob("*.pickle")) + [tmp_path / "checkpoint.pt"]:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path

@@ -104,9 +104,9 @@ def _check_arguments(targets: Tensor, n_workers: int, scheme: str, val_fraction:
     if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
         raise ValueError(f"n_workers must be an integer >= 1, got {n_workers!r}")
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        raise ValueError(f"dataset.val_fraction must be in [0, 1), got {val_fraction!r}")
     if not alpha > 0.0:
-        raise ValueError(f"alpha (the Dirichlet concentration) must be > 0, got {alpha!r}")
+        raise ValueError(f"dataset.alpha (the Dirichlet concentration) must be > 0, got {alpha!r}")
 
     targets = torch.as_tensor(targets)
     if targets.ndim != 1 or targets.dtype.is_floating_point or targets.dtype == torch.bool:

@@ -27,7 +27,8 @@ X_AXES = {
 BANDS = ("minmax", "std", "none")
 
 #: Fields left out of the grouping key by default: runs that differ only in these are one curve.
-DEFAULT_IGNORED_FIELDS = ("seed", "status", "error")
+# ``sweep`` describes the sweep a run belonged to, not the run itself.
+DEFAULT_IGNORED_FIELDS = ("seed", "status", "error", "sweep")
 #: Metrics with one value per trained epoch and none for epoch 0.
 PER_TRAINED_EPOCH = ("gpu_seconds", "grad_norm")
 
