@@ -8,7 +8,7 @@ from efmom.oracles import LoopOracle
 
 
 class Quadratic(nn.Module):
-    """Holds x; ``forward(problem)`` returns ½xᵀAx − bᵀx for ``problem = [A | b]`` of shape [d, d+1]."""
+    """Quadratic with parameter x: ``forward(problem)`` returns ½xᵀAx − bᵀx for ``problem = [A | b]`` of shape [d, d+1]."""
 
     def __init__(self, x0: torch.Tensor):
         super().__init__()

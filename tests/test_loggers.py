@@ -19,7 +19,7 @@ def test_wandb_offline_run_written(tmp_path):
 
 @pytest.mark.slow
 def test_wandb_online_without_server_goes_offline(tmp_path, monkeypatch):
-    # A closed port on this machine stands in for an unreachable wandb server.
+    # A closed port on this machine plays the part of an unreachable wandb server.
     monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     logger = WandbLogger(mode="online", init_timeout=5)
