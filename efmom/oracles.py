@@ -1,4 +1,4 @@
-"""Gradient oracles: answer a method's gradient request on any ``torch.nn.Module``.
+"""Gradient oracles: evaluate a method's gradient request on any ``torch.nn.Module``.
 
 The oracle never moves the model: it evaluates ``torch.func.functional_call`` on parameter views
 of a flat vector (x^t, the extrapolated point z, x^{t−1} or x̂), so the module's own parameters
@@ -87,7 +87,7 @@ class LoopOracle:
         targets: Tensor,
         generator: torch.Generator | None = None,
     ) -> OracleAnswer:
-        """Answer ``request`` for every worker: ``inputs`` is ``[n, B, ...]``, ``targets`` ``[n, B]``."""
+        """Evaluate ``request`` for every worker: ``inputs`` is ``[n, B, ...]``, ``targets`` ``[n, B]``."""
         self.model.train()
         n = len(inputs)
         kind = request.kind

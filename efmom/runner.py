@@ -1,7 +1,7 @@
 """One run's folder: its record after every epoch, its checkpoint, its status and its failure.
 
 ``execute`` wraps a :class:`~efmom.trainer.Trainer`: it resumes from ``checkpoint.pt`` when the
-folder has one, skips a run whose record says ``completed``, writes the record (released pickle
+folder has one, skips a run whose record has status ``completed``, writes the record (released pickle
 and JSON) after every epoch, and on any error writes the record so far with status ``failed``,
 the error and ``traceback.txt`` before re-raising. Finished results are never overwritten.
 
@@ -39,12 +39,12 @@ RESUMABLE_CHANGES = ("progress",)
 
 
 class RunCompleted(Exception):
-    """The run folder already holds a completed record; nothing was trained."""
+    """The run folder already contains a completed record, so nothing was trained."""
 
 
 @dataclass
 class RunFolder:
-    """Where one run writes: ``<stem>.pickle``, ``<stem>.json``, ``checkpoint.pt`` and ``traceback.txt``."""
+    """Folder of one run, with its ``<stem>.pickle``, ``<stem>.json``, ``checkpoint.pt`` and ``traceback.txt``."""
 
     path: Path
     stem: str
@@ -151,7 +151,7 @@ def write_traceback(path: Path, error: BaseException) -> None:
     for record_path in path.glob("*.json"):
         try:
             if read_record(record_path).status == "completed":
-                log.warning("not writing a traceback into %s, which holds a completed record", path)
+                log.warning("not writing a traceback into %s because it contains a completed record", path)
                 return
         except RecordError:
             continue

@@ -1,4 +1,4 @@
-"""The round loop: every worker answers its gradient request, methods produce messages, the master steps."""
+"""The round loop: the oracle evaluates every worker's gradient request, methods produce messages, the master steps."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class Oracle(Protocol):
 
 @dataclass
 class RoundResult:
-    """What one round produced, for the cost ledger and the metrics."""
+    """Outputs of one round, for the cost ledger and the metrics."""
 
     loss: Tensor  # [n]: each worker's minibatch loss
     bits: Tensor  # [n]: bits each worker sent
