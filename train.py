@@ -1,6 +1,6 @@
 """Train one experiment, or a sweep with -m: n simulated workers, error feedback, compressed messages.
 
-    python train.py                                          # the paper's setting (ResNet-18, CIFAR-10)
+    python train.py                                          # ResNet-18 on CIFAR-10, the setting of the released runs
     python train.py experiment=quickstart                    # bundled digits data, about a minute on a CPU
     python train.py method=ef21_hm_norm compressor.topk=0.05
     python train.py method=ef21_igt_norm --cfg job           # print the composed config only

@@ -3,9 +3,9 @@
 The oracle never moves the model: it evaluates ``torch.func.functional_call`` on parameter views
 of a flat vector (x^t, the extrapolated point z, x^{t−1} or x̂), so the module's own parameters
 are untouched and nothing needs restoring afterwards. Gradients and Hessian-vector products are
-taken with respect to that flat vector, so frozen parameters (left out of the layout) and
-parameters the loss does not use get zero entries, and a Hessian-vector product through a
-function that is linear in some parameters is zero there, not an error.
+taken with respect to that flat vector. Frozen parameters are left out of the layout, and
+parameters the loss does not use get zero entries. A Hessian-vector product through a function
+that is linear in some parameters is zero there, not an error.
 
 BatchNorm in training mode normalises each worker's minibatch with that minibatch's own
 statistics. Running statistics (used only for evaluation) are updated once per worker and

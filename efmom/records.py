@@ -269,8 +269,8 @@ def default_file_mode() -> int:
 def _write_atomic(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
     """Write through a temporary file in the same directory, then rename it over ``path``.
 
-    The temporary file is created private (0600), so it is given the ordinary permissions before the
-    rename; otherwise records on a shared file system would be unreadable to colleagues.
+    The temporary file is created private (0600). It gets the ordinary permissions before the rename,
+    because otherwise records on a shared file system would be unreadable to colleagues.
     """
     handle = tempfile.NamedTemporaryFile(
         mode="wb", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False

@@ -1,9 +1,9 @@
 """One run's folder: its record after every epoch, its checkpoint, its status and its failure.
 
-``execute`` wraps a :class:`~efmom.trainer.Trainer`: it resumes from ``checkpoint.pt`` when the
-folder has one, skips a run whose record has status ``completed``, writes the record (released pickle
-and JSON) after every epoch, and on any error writes the record so far with status ``failed``,
-the error and ``traceback.txt`` before re-raising. Finished results are never overwritten.
+``execute`` wraps a :class:`~efmom.trainer.Trainer`. It resumes from ``checkpoint.pt`` when the
+folder has one and skips a run whose record has status ``completed``. It writes the record
+(released pickle and JSON) after every epoch. On any error it writes the record so far with status
+``failed``, the error and ``traceback.txt``, then re-raises. Finished results are never overwritten.
 
 The checkpoint holds the trainer's state (parameters, buffers, every worker's and the master's
 method state, the ledger, the metric series and the trainer's generator), the global RNG states of

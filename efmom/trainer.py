@@ -65,8 +65,8 @@ class Trainer:
     epoch's training time, from CUDA events on a GPU and the wall clock on a CPU) and ``grad_norm``
     (the mean over the epoch's rounds of ‖g^t‖, the master's estimate). ``eta`` is left out for
     methods without η.
-    Epoch 0's train loss is the mean loss over every worker's shard at x⁰ in eval mode; later
-    epochs report the mean of the minibatch losses seen (at z for IGT).
+    Epoch 0's train loss is the mean loss over every worker's shard at x⁰ in eval mode. Later
+    epochs report the mean of the minibatch losses seen during the epoch (at z for IGT).
     """
 
     def __init__(
